@@ -29,7 +29,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
 
-from switchyard.bus import identities
+from switchyard.bus import identities, subjects
 from switchyard.bus.connect import PINGS_OUTSTANDING, connect
 from switchyard.client import LLMClient
 from switchyard.runtime.shutdown import disconnect
@@ -53,7 +53,12 @@ async def bare(
 ) -> AsyncIterator[Stack]:
     routes = {
         alias: {"deployments": [{"provider": "fake", "model": model}]}
-        for alias, model in {"late": STALLED, "refused": REFUSED, "echo": "echo"}.items()
+        for alias, model in {
+            "late": STALLED,
+            "refused": REFUSED,
+            "echo": "echo",
+            "slowecho": f"after:{WAIT_MS}:echo",
+        }.items()
     }
     extra = {
         "providers": {"fake": {"kind": "openai-compatible", "api_base": upstream.base_url}},
@@ -227,6 +232,68 @@ async def test_an_internal_clients_answer_lost_with_its_own_connection_is_sent_a
         relay.cut()
     assert answer["choices"][0]["message"]["content"] == f"echo: {text}", answer
     assert time.monotonic() - started < 10  # not its 15 s deadline's 504
+
+
+async def test_an_internal_answer_whose_connection_still_reconnects_at_its_ping_is_sent_again(
+    bare: Stack, upstream: FakeOpenAI
+) -> None:
+    """The internal connection's node died with the answer in it, and the break was found
+    while the bill waited (on the main connection, its node gone too): when the bill is
+    stored, ``internal`` is still reconnecting. A ping asked then came back at once, unsent
+    (nats-py), with the reconnect count unchanged: no replay, and the caller waited for its
+    deadline. Now the ping waits for the new connection, whose count tells the break."""
+    port = bare.settings.stack.nats_port
+    main_relay, own_relay = Relay(port), Relay(port)
+    await main_relay.open()
+    await own_relay.open()
+    nc = await connect(
+        [f"tls://127.0.0.1:{main_relay.port}"],
+        bare.settings.certs_dir,
+        identities.MODELPROXY.name,
+        name="modelproxy-relayed",
+    )
+    nats = msgspec.structs.replace(
+        bare.settings.nats, servers=(f"tls://127.0.0.1:{own_relay.port}",)
+    )
+    proxy = ModelProxy(nc, msgspec.structs.replace(bare.settings, nats=nats))
+    app = await bare.connect("app")
+    reader = await bare.connect("provisioner")
+    js = reader.jetstream()
+    try:
+        await proxy.start()
+        internal = proxy.internal
+        assert internal is not None
+        reconnects = internal.stats["reconnects"]
+        stored = (await js.stream_info(subjects.USAGE_STREAM)).state.last_seq
+        async with LLMClient(app, api_key=bare.api_key) as llm:
+            text = f"inside {time.time_ns()}"
+            body = {"model": "slowecho", "messages": [{"role": "user", "content": text}]}
+            asking = asyncio.create_task(llm.chat(body, timeout=25))
+            await until(lambda: _calls(upstream, text) == 1, timeout=10)
+            main_relay.swallow()  # both nodes die: the answer and its bill go nowhere
+            own_relay.swallow()
+            await asyncio.sleep(WAIT_MS / 1000 + 1.0)
+            assert own_relay.swallowed > 0, "the model-proxy sent nothing"
+            assert not asking.done(), "the answer got through before the swallow"
+            own_relay.cut()  # found: ``internal`` reconnects, and cannot yet
+            main_relay.cut()
+            await main_relay.open()  # the bill is stored once its publisher tries again
+            async with asyncio.timeout(20):
+                while (await js.stream_info(subjects.USAGE_STREAM)).state.last_seq == stored:
+                    await asyncio.sleep(0.05)
+            assert internal.stats["reconnects"] == reconnects, "reconnected before the bill"
+            await asyncio.sleep(0.5)
+            await own_relay.open()
+            await answered(asking, "(no answer)")
+            answer = asking.result()
+    finally:
+        await reader.close()
+        await app.close()
+        await proxy.stop(2)
+        await disconnect(nc)
+        main_relay.cut()
+        own_relay.cut()
+    assert answer["choices"][0]["message"]["content"] == f"echo: {text}", answer
 
 
 async def test_a_connection_to_a_node_gone_silent_is_left_after_its_unanswered_pings(

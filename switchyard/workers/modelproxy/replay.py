@@ -238,19 +238,35 @@ class Pings:
         self._waiting: set[asyncio.Future[None]] = set()
 
     async def settled(self, nc: NATS, since: int, within: float = SETTLE_S) -> None:
-        """Return once the server answered a ping on ``nc``, or ``nc`` reconnected past
-        ``since`` (its reconnect count), or after ``within`` seconds (a slow connection: what
-        it carries is not sent again)."""
-        ping = asyncio.ensure_future(nc.flush(timeout=_PING_TIMEOUT_S))
-        self._waiting.add(ping)
-        ping.add_done_callback(self._done)
+        """Return once the server answered two pings on ``nc`` in a row, or ``nc``
+        reconnected past ``since`` (its reconnect count), or after ``within`` seconds (a slow
+        connection: what it carries is not sent again). Two, as ``bus.connect.subscribed``
+        does: nats-py writes a PING straight to the socket, ahead of what it still buffers
+        (an answer's last bytes); the first one's flush writes the buffer, so the second goes
+        out behind it. While ``nc`` reconnects no ping is asked: nats-py returns at once then,
+        unsent, and the count still reads ``since`` (a review saw an answer lost that way);
+        the new connection's count says whether the break came after ``since``."""
         loop = asyncio.get_running_loop()
         end = loop.time() + within
-        while not ping.done() and nc.stats["reconnects"] == since:
-            left = end - loop.time()
-            if left <= 0:
+        answered = 0
+        while answered < 2 and not nc.is_closed:
+            if nc.stats["reconnects"] != since:
                 return
-            await asyncio.wait((ping,), timeout=min(_SETTLE_POLL_S, left))
+            if not nc.is_connected:
+                if loop.time() >= end:
+                    return
+                await asyncio.sleep(_SETTLE_POLL_S)
+                continue
+            ping = asyncio.ensure_future(nc.flush(timeout=_PING_TIMEOUT_S))
+            self._waiting.add(ping)
+            ping.add_done_callback(self._done)
+            while not ping.done() and nc.stats["reconnects"] == since:
+                left = end - loop.time()
+                if left <= 0:
+                    return
+                await asyncio.wait((ping,), timeout=min(_SETTLE_POLL_S, left))
+            if ping.done() and nc.is_connected and nc.stats["reconnects"] == since:
+                answered += 1
 
     def _done(self, ping: asyncio.Future[None]) -> None:
         self._waiting.discard(ping)
