@@ -22,7 +22,7 @@ import nats
 from cryptography import x509
 from nats.aio.client import Client as NATS
 
-from switchyard.bus import identities
+from switchyard.bus import identities, pings
 from switchyard.bus.tls import CertDir, require_tls_files
 from switchyard.errors import BusUnreachable
 
@@ -196,7 +196,7 @@ class FirstConnect:
         return _reason(kept[-1] if kept else raised)
 
 
-async def subscribed(nc: NATS, timeout: int = 5) -> None:
+async def subscribed(nc: NATS, timeout: float = 5) -> None:
     """Return once the server has every subscription ``nc`` made before this call.
 
     ``nc.flush()`` alone does not promise it on nats-py 2.16: its PING is written straight to
@@ -205,9 +205,11 @@ async def subscribed(nc: NATS, timeout: int = 5) -> None:
     connection publishes in that moment finds nobody (a request is answered "no responders").
     The first flush also wakes the client's flusher, which writes the buffer before that PONG
     can be read; the second PING therefore goes out behind the SUB, and its PONG proves it.
+    Each waits up to ``timeout`` seconds (then ``FlushTimeoutError``), never cutting its PING
+    short (:mod:`switchyard.bus.pings`).
     """
-    await nc.flush(timeout=timeout)
-    await nc.flush(timeout=timeout)
+    await pings.pong(nc, timeout)
+    await pings.pong(nc, timeout)
 
 
 def unknown_certificate(cert: Path, identity: str) -> str:

@@ -25,6 +25,8 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
+from switchyard.bus import pings
+
 log = logging.getLogger("switchyard.shutdown")
 
 REPORT_TASKS = 30  # tasks logged before the deadline, at most
@@ -95,9 +97,10 @@ async def disconnect(nc: NATS, timeout: float = STOP_STEP_S) -> None:
     """
 
     async def drain() -> None:
-        with contextlib.suppress(Exception):  # the server went: closed below
-            await nc.flush(timeout=1)
-            await nc.drain()
+        # A round trip first (never cut short: bus/pings.py); no answer, the server went.
+        if await pings.answered(nc, 1):
+            with contextlib.suppress(Exception):  # the server went meanwhile: closed below
+                await nc.drain()
 
     if nc.is_connected:
         await within(timeout, drain(), "draining the NATS connection")

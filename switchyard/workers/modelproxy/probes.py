@@ -37,7 +37,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
-from switchyard.bus import replies
+from switchyard.bus import pings, replies
 from switchyard.errors import ApiError
 from switchyard.workers.modelproxy.heartbeat import InFlight
 
@@ -71,9 +71,7 @@ async def probe(entries: list[InFlight], out: NATS) -> None:
     try:
         for n, entry in enumerate(entries):
             await replies.send_probe(out, entry.reply, f"{inbox}.{n}", entry.placement)
-        try:
-            await out.flush(timeout=PROBE_READ_S)  # the server has read the probes
-        except (TimeoutError, NatsError):
+        if not await pings.answered(out, PROBE_READ_S):  # the server has read the probes
             return  # not read in time, or the connection failed: nothing is concluded
         await _collect(out, sub, heard, len(entries))
     except NatsError:
@@ -102,8 +100,7 @@ async def _collect(out: NATS, sub: Subscription, heard: dict[str, bool], expecte
         except TimeoutError:
             break
     if len(heard) < expected:
-        with contextlib.suppress(TimeoutError, NatsError):
-            await out.flush(timeout=PROBE_READ_S)
+        await pings.answered(out, PROBE_READ_S)
         for _ in range(sub.pending_msgs):  # already queued: each comes at once
             with contextlib.suppress(TimeoutError):
                 _heard(heard, await sub.next_msg(timeout=1))

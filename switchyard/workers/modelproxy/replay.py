@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 
 from nats.aio.client import Client as NATS
 
+from switchyard.bus import pings
+
 # An LLM answer is a few KiB to a few hundred KiB: 4 MiB keeps nearly every answer
 # replayable, while a model-proxy with 256 streams in flight holds at most 1 GiB for replays.
 REPLAY_MAX_BYTES = 4 * 1024 * 1024
@@ -212,11 +214,6 @@ def late_replay_needed(
 # read it: as long as the usage publisher waits for a store before it tries again.
 SETTLE_S = 5.0
 _SETTLE_POLL_S = 0.1  # how often that wait looks for a reconnect (which drops the ping)
-# A ping's own timeout, never meant to be reached: nats-py (2.16) cancels the PONG's future of
-# a flush that timed out, and that PONG, come late, stops the connection's reader for good
-# (``InvalidStateError`` in its read loop: nothing is received until the stale-connection
-# check reconnects, minutes later). So no ping here is ever cut short; a reconnect drops it.
-_PING_TIMEOUT_S = 3600
 
 
 class Pings:
@@ -257,7 +254,7 @@ class Pings:
                     return
                 await asyncio.sleep(_SETTLE_POLL_S)
                 continue
-            ping = asyncio.ensure_future(nc.flush(timeout=_PING_TIMEOUT_S))
+            ping = pings.ping(nc)  # never cut short (bus/pings.py); a reconnect drops it
             self._waiting.add(ping)
             ping.add_done_callback(self._done)
             while not ping.done() and nc.stats["reconnects"] == since:
@@ -269,9 +266,7 @@ class Pings:
                 answered += 1
 
     def _done(self, ping: asyncio.Future[None]) -> None:
-        self._waiting.discard(ping)
-        if not ping.cancelled():
-            ping.exception()  # a closed connection's: the reconnect count says what matters
+        self._waiting.discard(ping)  # its error, a closed connection's, is retrieved by bus.pings
 
     def __len__(self) -> int:
         return len(self._waiting)
