@@ -48,6 +48,8 @@ async def batchy(
     extra["routes"]["bulk-15s"] = {"deployments": [{"provider": "fake", "model": "slow:15000"}]}
     # Answers reporting 4 more prompt tokens, read from the prompt cache.
     extra["routes"]["bulk-cached"] = {"deployments": [{"provider": "fake", "model": "cached:4"}]}
+    # Held at the provider until a test opens the gate (lines queue behind them meanwhile).
+    extra["routes"]["bulk-gated"] = {"deployments": [{"provider": "fake", "model": "gate:orphans"}]}
     stack = await start_stack(tmp_path_factory.mktemp("batchy"), extra)
     try:
         yield stack
@@ -429,6 +431,48 @@ async def test_a_cancel_withdraws_the_lines_still_queued_and_keeps_those_running
     assert ran == 4
     assert done.request_counts.completed == ran == len(output.text.splitlines())
     assert await _settled_requests(batchy, record.id, quiet_s=3.0) == ran
+
+
+async def test_a_cancel_while_the_runner_is_down_withdraws_the_lines_it_left_queued(
+    batchy: Stack, upstream: FakeOpenAI
+) -> None:
+    """The runner is killed (SIGKILL) with its lines on the bus: a few held at the provider,
+    the rest waiting in the deployment's queue. The team cancels the batch while no runner
+    runs, and the runner comes back. The queued lines are dropped unserved (never reach the
+    provider, never billed), as after a cancel the runner saw itself. They were not: the
+    restarted runner found the batch `cancelling` and ended it at once, and every queued line
+    the dead runner had sent (up to `batch.max_in_flight`, 64) ran at the provider, billed to
+    the key, with no row in any file (a 100-line batch cancelled with 0 rows billed 64)."""
+    tag = "orphaned"
+    model = "gate:orphans"
+    key, record = await batchy.new_key(f"batch-{tag}")
+    async with _client(batchy, key) as client:
+        data = _input(tag, model="bulk-gated")
+        file = await client.files.create(file=("o.jsonl", data), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        deadline = time.monotonic() + 30
+        while _calls_of(upstream, model, tag) < 4:  # the deployment's 4 slots, all held
+            assert time.monotonic() < deadline, "the lines never reached the provider"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)  # (the runner's other lines wait in the queue)
+        held = _calls_of(upstream, model, tag)
+        batchy.kill("batch")
+        try:
+            cancelling = await client.batches.cancel(batch.id)
+            assert cancelling.status == "cancelling"
+        finally:
+            await batchy.process("batch").start()
+        # The restarted runner takes the lease once the killed one's lapses (7 s at most).
+        done = await _wait_for(client, batch.id, {"cancelled"}, timeout=60)
+    upstream.open_gate("orphans")
+    await asyncio.sleep(3)  # a queued line not withdrawn would reach the provider by now
+    assert _calls_of(upstream, model, tag) == held
+    assert done.request_counts.completed == 0  # (the held lines' answers had nobody to take)
+    assert done.output_file_id is None
+    assert done.error_file_id is None
+    assert await _settled_requests(batchy, record.id, quiet_s=3.0) == held
 
 
 async def test_lines_sent_under_a_rotated_keys_old_hash_are_withdrawn_by_a_cancel(

@@ -34,7 +34,7 @@ from switchyard.runtime.shutdown import STOP_STEP_S, within
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import batches as b
-from switchyard.workers.batch import batch_errors, expiry, formats
+from switchyard.workers.batch import batch_errors, expiry, formats, orphans
 from switchyard.workers.batch.budget import BatchBudget, KeyRecords
 from switchyard.workers.batch.inputs import BatchInput, InputGone, Invalid
 from switchyard.workers.batch.job import Job
@@ -234,10 +234,11 @@ class BatchRunner:
         return record.batch.status if record is not None else "cancelled"
 
     async def _run(self, batch_id: str) -> None:
+        cleared: set[str] = set()  # (orphans withdrawn: once, not on each pass after a failure)
         try:
             while self._status(batch_id) in b.ACTIVE:
                 try:
-                    if await self._run_once(batch_id):
+                    if await self._run_once(batch_id, cleared):
                         return
                 except Exception:  # a store or bus failure: the batch resumes after a pause
                     log.exception("batch %s interrupted; resuming", batch_id)
@@ -247,7 +248,7 @@ class BatchRunner:
         finally:
             self._running.pop(batch_id, None)
 
-    async def _run_once(self, batch_id: str) -> bool:
+    async def _run_once(self, batch_id: str, cleared: set[str]) -> bool:
         """One pass: True once the batch reached a final status."""
         if self._paused():
             return False
@@ -275,6 +276,9 @@ class BatchRunner:
             return True
         self._records.note(claimed)
         fmt = formats.for_endpoint(claimed.batch.endpoint)
+        if claimed.batch.status == "cancelling" and claimed.generation > 1 and not cleared:
+            await self._withdraw_orphans(claimed, fmt, total)  # (a run before left them)
+            cleared.add(batch_id)
         refused = await self._key_refusal(claimed)
         if claimed.batch.status == "in_progress" and refused is None:
             done, usage = await self._recorded(batch_id, fmt)
@@ -371,6 +375,17 @@ class BatchRunner:
         except Invalid as exc:
             await self._fail(batch_id, exc.errors)
         return None
+
+    async def _withdraw_orphans(self, record: b.BatchRecord, fmt: formats.Format, n: int) -> None:
+        """Cancel the lines of a cancelled batch an earlier run may have left on the bus
+        (:mod:`~switchyard.workers.batch.orphans`): those still queued are dropped unserved."""
+        done, _ = await self._recorded(record.batch.id, fmt)
+        lines = orphans.unanswered(n, done, self.settings.batch.max_in_flight)
+        hashes = [record.key_hash, await self._current_hash(record.key_hash)]
+        sent = await orphans.withdraw(
+            self._nc, record.batch.id, lines, hashes, self.settings.batch.line_timeout_s
+        )
+        log.info("batch %s cancelled: %d cancels of lines left queued", record.batch.id, sent)
 
     async def _recorded(self, batch_id: str, fmt: formats.Format) -> tuple[dict[int, bool], Tally]:
         """Which lines have a result, and whether it is a success, and their summed usage
