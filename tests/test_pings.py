@@ -90,3 +90,17 @@ async def test_a_late_pong_leaves_the_connection_receiving(
         assert got == [b"at once"]
         assert listener.is_connected
         assert listener.stats["reconnects"] == 0
+
+
+async def test_no_answer_is_read_from_a_connection_that_is_reconnecting(tmp_path: Path) -> None:
+    """nats-py answers a PING asked while it reconnects at once, unsent: ``answered`` said
+    True then (a probe round concluded its callers had not answered probes the server never
+    read), and a model-proxy's confirming ping saw no break. It waits for the connection and
+    says False when none came within its bound."""
+    async with jetstream_server(tmp_path) as (nc, server):
+        await subscribed(nc)
+        server.kill()
+        await until(lambda: not nc.is_connected, timeout=10)
+        assert not await pings.answered(nc, BOUND_S)
+        with pytest.raises(TimeoutError):
+            await pings.pong(nc, BOUND_S)

@@ -9,8 +9,9 @@ check reconnects it (30-40 s with :mod:`switchyard.bus.connect`'s pings). So no 
 Switchyard is given a timeout that can expire or is cancelled: :func:`ping` sends one whose
 own timeout is never meant to be reached, and :func:`pong` / :func:`answered` wait for it
 within a bound of their own (``asyncio.wait``, which never cancels what it waits for). A ping
-left behind ends with its PONG, or with the connection (closed, or reconnected: nats-py drops
-the old PINGs, and the task ends at its own timeout); it costs a task, not a connection.
+left behind ends with its PONG; one whose connection reconnected or closed meanwhile (nats-py
+drops the old PINGs without an answer) lives until its own timeout, an hour: it costs a small
+task, not a connection.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from __future__ import annotations
 import asyncio
 
 from nats.aio.client import Client as NATS
+from nats.errors import ConnectionClosedError, FlushTimeoutError
 from nats.errors import Error as NatsError
-from nats.errors import FlushTimeoutError
 
 # A ping's own timeout, never meant to be reached (see the module). While it runs, the task is
 # held by the event loop through that timeout's timer, so a ping nobody waits for is not lost.
 PING_TIMEOUT_S = 3600
+_RECONNECT_POLL_S = 0.05  # how often a wait for a reconnecting connection looks again
 
 
 def ping(nc: NATS) -> asyncio.Task[None]:
@@ -40,16 +42,29 @@ async def pong(nc: NATS, within: float) -> None:
     read by the server), raising ``FlushTimeoutError`` if that takes longer than ``within``
     seconds, or the flush's own error (a closed connection). The PING is not cut short either
     way, nor when the caller is cancelled."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    # A PING asked while nats-py reconnects comes back at once, unsent (its fallback writes
+    # its buffer and returns): that is no answer. Wait for the new connection first.
+    while not nc.is_connected:
+        if nc.is_closed:
+            raise ConnectionClosedError
+        if loop.time() >= end:
+            raise FlushTimeoutError
+        await asyncio.sleep(_RECONNECT_POLL_S)
     sent = ping(nc)
-    await asyncio.wait((sent,), timeout=within)
+    await asyncio.wait((sent,), timeout=max(0.0, end - loop.time()))
     if not sent.done():
         raise FlushTimeoutError
     sent.result()
+    if not nc.is_connected:  # it broke meanwhile: nats-py's fallback, not the server, ended it
+        raise FlushTimeoutError
 
 
 async def answered(nc: NATS, within: float) -> bool:
     """Whether the server answered a PING on ``nc`` within ``within`` seconds (False also for
-    a connection that failed or is closed): :func:`pong` for callers that only need to know."""
+    a connection that failed, is closed, or is still reconnecting at the end): :func:`pong`
+    for callers that only need to know."""
     try:
         await pong(nc, within)
     except (NatsError, TimeoutError):

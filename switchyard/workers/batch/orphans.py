@@ -13,7 +13,10 @@ API's cancel promises. A runner holds at most ``batch.max_in_flight`` lines of a
 and not ended, taken in file order, so the lines it left on the bus are among the first
 ``max_in_flight`` lines with no recorded result (those answered since only shrink that set).
 Each cancel names the highest attempt a request may carry, ending every earlier run's copy of
-the line; the batch is cancelled, so no later attempt is ever sent.
+the line (one a provider is answering is stopped too, billed what it cost); the batch is
+cancelled, so no later attempt is ever sent. The runner held at most ``max_in_flight`` lines
+over all its batches, so a runner withdraws at most that many in all (the service's bound):
+many batches cancelled meanwhile do not flood the ``CANCELS`` stream.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Container, Iterable
 
 from nats.aio.client import Client as NATS
 
-from switchyard.bus import subjects
+from switchyard.bus import pings, subjects
 from switchyard.bus.cancel_proof import cancel_headers
 from switchyard.bus.envelope import Deadline, Envelope
 
@@ -64,6 +67,5 @@ async def withdraw(
                 await nc.publish(subjects.CANCEL, b"", headers=headers)
                 sent += 1
     if sent:
-        with contextlib.suppress(Exception):
-            await nc.flush(timeout=5)
+        await pings.answered(nc, 5)  # (never a flush cut short: bus/pings.py)
     return sent

@@ -333,7 +333,7 @@ class Handler:
             await self.pings.settled(out, seen)  # no stored usage says ``out`` carried it
         if late_replay_needed(
             answered=sent is not None,
-            reconnected=out.stats["reconnects"] != seen,
+            reconnected=sent_on(out) != seen,  # (while reconnecting: the next connection)
             cancelled=job.cancelled,
             deadline=job.deadline,
             now=time.time(),

@@ -247,13 +247,13 @@ class Pings:
         end = loop.time() + within
         answered = 0
         while answered < 2 and not nc.is_closed:
-            if nc.stats["reconnects"] != since:
-                return
             if not nc.is_connected:
                 if loop.time() >= end:
-                    return
+                    return  # still reconnecting: the caller reads it with :func:`sent_on`
                 await asyncio.sleep(_SETTLE_POLL_S)
                 continue
+            if nc.stats["reconnects"] != since:
+                return
             ping = pings.ping(nc)  # never cut short (bus/pings.py); a reconnect drops it
             self._waiting.add(ping)
             ping.add_done_callback(self._done)
