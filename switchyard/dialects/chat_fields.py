@@ -12,9 +12,12 @@ by that note (:meth:`ChatFields.client_param`): ``messages[3].tool_calls[0].func
 becomes ``input[4].arguments``, ``max_tokens`` ``max_output_tokens``. A field with no known
 origin (``stream_options``, which the translation adds) is told as ``null``, the message saying
 which chat field the provider named (:func:`told_for_client`). The chat fields the provider's
-message names are rewritten the same way (``Invalid 'messages[1].content'``, litellm's
-```reasoning_effort```), so the message names no field the client did not send; a field
-named by a bare word (``stop``, ``user``) only where quoted, or where it is the ``param``.
+message names are rewritten the same way, conservatively (a wrong field named is worse than
+the chat field): a path (``Invalid 'messages[1].content'``) or the ``param`` itself; a bare
+word (``stop``, ``user``: English words too) only when it is the whole message, or is the
+param quoted or leading (``'stop'``, ``stop:``) and the client sent that field; never a value
+of a quoted list (``'system', 'assistant', 'user'``) nor a word of a link; and the message is
+left alone when two different chat fields in it name one field of the client's.
 
 Objects are noted by identity: the note keeps each alive, so its ``id`` names it as long as the
 notes live, and the messages reordered to keep tool runs whole keep their notes. Nothing is
@@ -43,6 +46,11 @@ _MENTION = re.compile(
     r"(?![\w\[])"
 )
 _QUOTES = frozenset("'\"`")
+_INDEXED = re.compile(r"\[|\.\d")  # a path into a list: ``messages[1]``, ``messages.1``
+_LINK = re.compile(r"\S+://\S+")
+# A quoted word with another quoted one beside it: a list of values (``'system', 'user'``).
+_LISTED_AFTER = re.compile(r"\s*(?:,\s*(?:(?:and|or)\s+)?|(?:and|or)\s+)['\"`]")
+_LISTED_BEFORE = re.compile(r"['\"`]\s*(?:,\s*(?:(?:and|or)\s+)?|(?:and|or)\s+)$")
 # Chat completions' top-level request fields: the only names a message is searched for.
 CHAT_FIELDS = frozenset(
     {
@@ -94,6 +102,13 @@ class ChatFields:
         self.note(chat, fields)
         self._root = chat
 
+    def sent(self, name: str) -> bool:
+        """Whether the chat request has a top-level field naming the client's field ``name``
+        names (``max_tokens`` for ``max_completion_tokens``): the client sent that field."""
+        own = self.client_param(name)
+        root = self._root if isinstance(self._root, dict) else {}
+        return own is not None and any(self.client_param(key) == own for key in root)
+
     def client_param(self, param: str) -> str | None:
         """The client's field behind the chat field ``param`` names, or None when unknown."""
         tokens = _tokens(param)
@@ -135,7 +150,7 @@ def told_for_client(exc: ApiError, fields: Callable[[], ChatFields]) -> None:
         return
     noted = fields()
     if mentions:
-        exc.message = _rewritten(exc.message, mentions, noted)
+        exc.message = _rewritten(exc.message, mentions, said, noted)
         exc.args = (exc.message,)
     if not said:
         return
@@ -150,29 +165,57 @@ def told_for_client(exc: ApiError, fields: Callable[[], ChatFields]) -> None:
 
 
 def _mentions(message: str, param: str | None) -> list[re.Match[str]]:
-    """The chat fields ``message`` names: paths from a top-level chat field, a bare word
-    (``stop``, ``user``) only where quoted or where it is the ``param``."""
+    """The chat fields ``message`` names outside its links; none when none of them may be
+    rewritten (:func:`_rewritable`)."""
+    links = [match.span() for match in _LINK.finditer(message)]
     found = []
     for match in _MENTION.finditer(message):
-        path, name = match.group("path", "name")
-        if name not in CHAT_FIELDS:
-            continue
-        if path == name and "_" not in name and path != param:
-            start, end = match.span()
-            quoted = start > 0 and end < len(message) and message[start - 1] in _QUOTES
-            if not (quoted and message[end] == message[start - 1]):
-                continue
-        found.append(match)
-    return found
+        start, end = match.span()
+        if match.group("name") in CHAT_FIELDS and not any(
+            left <= start and end <= right for left, right in links
+        ):  # (``#chat-create-max_tokens`` names a page)
+            found.append(match)
+    return found if any(_rewritable(message, match, param) for match in found) else []
 
 
-def _rewritten(message: str, mentions: list[re.Match[str]], fields: ChatFields) -> str:
-    """``message`` with each of its ``mentions`` naming the client's field (when known)."""
+def _rewritable(message: str, match: re.Match[str], param: str | None) -> bool:
+    """Whether a mention may name the client's field instead: a path (``messages[1].content``,
+    ``messages.1``) or the ``param`` itself; a bare word (``stop``, ``user``: English words
+    too) only when it is the whole message, or is the param quoted (``'stop'``, `` `stop` ``)
+    or leading (``stop:``); never a value of a quoted list (``'system', 'assistant',
+    'user'``)."""
+    path = match.group("path")
+    start, end = match.span()
+    opened = message[start - 1] if start > 0 else ""
+    quoted = opened in _QUOTES and message[end : end + 1] == opened
+    if quoted and (
+        _LISTED_AFTER.match(message, end + 1) or _LISTED_BEFORE.search(message, 0, start - 1)
+    ):
+        return False
+    if _INDEXED.search(path) or message.strip() == path:
+        return True
+    return path == param and ("." in path or quoted or message[end : end + 1] == ":")
+
+
+def _rewritten(
+    message: str, mentions: list[re.Match[str]], param: str | None, fields: ChatFields
+) -> str:
+    """``message`` with each of its rewritable ``mentions`` naming the client's field when
+    known (a bare word only when the client sent that field); unchanged when two different
+    mentions name one field of the client's (OpenAI's "'max_tokens' is not supported ... Use
+    'max_completion_tokens'" would advise the very field it refuses)."""
+    owns: dict[str, str] = {}
+    for match in mentions:
+        own = fields.client_param(match.group("path"))
+        if own is not None and owns.setdefault(own, match.group("path")) != match.group("path"):
+            return message
     out, pos = [], 0
     for match in mentions:
         path = match.group("path")
         own = fields.client_param(path)
-        if own is None or own == path:
+        if own is None or own == path or not _rewritable(message, match, param):
+            continue
+        if not _INDEXED.search(path) and "." not in path and not fields.sent(path):
             continue
         out += [message[pos : match.start()], own]
         pos = match.end()

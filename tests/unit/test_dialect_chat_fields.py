@@ -180,10 +180,13 @@ def test_the_fields_are_noted_again_from_the_request_as_received() -> None:
         ("Invalid messages.1.content.", "Invalid messages[0].content."),  # pydantic's
         ("at messages.[2].tool_calls[0].id", "at messages[1].content[1].id"),
         ("'messages' must alternate", "'messages' must alternate"),  # the same field
-        ("'stop' has too many items", "'stop_sequences' has too many items"),
+        ("'stop' has too many items", "'stop' has too many items"),  # not the param
         ("a stop word", "a stop word"),  # a bare word, unquoted: English
-        ("`max_completion_tokens` too large", "`max_tokens` too large"),
+        ("`max_completion_tokens` too large", "`max_completion_tokens` too large"),
         ("the user said stop", "the user said stop"),
+        ("stop", "stop_sequences"),  # the whole message
+        # Mistral's: a role, not the field `user`
+        ("Unexpected role 'user' after role 'tool'", "Unexpected role 'user' after role 'tool'"),
     ],
 )
 def test_the_message_names_the_clients_fields(said: str, told: str) -> None:
@@ -192,6 +195,82 @@ def test_the_message_names_the_clients_fields(said: str, told: str) -> None:
     refused = InvalidRequest(said)
     told_for_client(refused, lambda: anthropic.chat_fields(MESSAGES))
     assert (refused.message, refused.param) == (told, None)
+
+
+OPENAI_MAX_TOKENS = (
+    "Unsupported parameter: 'max_tokens' is not supported with this model. "
+    "Use 'max_completion_tokens' instead."
+)
+ROLES = (
+    "Invalid value: 'tool'. Supported values are: 'system', 'assistant', 'user', 'function', "
+    "and 'tool'."
+)
+USER = "user must be at most 64 chars; identify the end user, not the user's session"
+STOP = "stop: at most 4 stop sequences; generation will stop at the first"
+LINK = "See https://platform.openai.com/docs/api-reference/chat/create#chat-create-max_tokens"
+LONG = (
+    "This model's maximum context length is 8192 tokens. However, your messages resulted in "
+    "9000 tokens. Please reduce the length of the messages."
+)
+
+
+@pytest.mark.parametrize(
+    ("said", "param", "told", "own"),
+    [
+        # two chat fields of one client field: rewritten, it advised the field it refused
+        (OPENAI_MAX_TOKENS, "max_tokens", OPENAI_MAX_TOKENS, "max_tokens"),
+        # a role in a list of values, not the field `user` (metadata.user_id)
+        (ROLES, "messages[1].role", ROLES, "messages[0].role"),
+        (ROLES, "user", ROLES, "metadata.user_id"),
+        # the param as an English word: left alone
+        (USER, "user", USER, "metadata.user_id"),
+        (STOP, "stop", STOP.replace("stop:", "stop_sequences:"), "stop_sequences"),
+    ],
+)
+def test_provider_messages_name_no_wrong_field(
+    said: str, param: str | None, told: str, own: str | None
+) -> None:
+    """A reviewer's: quoted values were told as fields (Mistral's "Unexpected role 'user'",
+    OpenAI's list of roles: 'metadata.user_id'), every English "stop" of a message whose param
+    is ``stop`` became ``stop_sequences``, a link's anchor was changed, and OpenAI's advice
+    named one field twice ("'max_tokens' is not supported ... Use 'max_tokens' instead")."""
+    refused = InvalidRequest(said, param=param)
+    told_for_client(refused, lambda: anthropic.chat_fields(MESSAGES))
+    assert (refused.message, refused.param) == (told, own)
+
+
+@pytest.mark.parametrize(
+    ("said", "param", "told", "own"),
+    [
+        (f"{LINK} for max_tokens", None, f"{LINK} for max_tokens", None),
+        (f"{LINK}: 'messages[1].content'", None, f"{LINK}: 'input[0].content'", None),
+        (LONG, "messages", LONG, "input"),
+        ("Invalid 'messages' or 'n'", None, "Invalid 'messages' or 'n'", None),
+        ("Invalid 'messages', 'stop'", None, "Invalid 'messages', 'stop'", None),
+    ],
+)
+def test_responses_messages_name_no_wrong_field(
+    said: str, param: str | None, told: str, own: str | None
+) -> None:
+    """A link's anchor is no field (``#chat-create-max_tokens``); the param in prose is
+    English ("your messages resulted in")."""
+    refused = InvalidRequest(said, param=param)
+    told_for_client(refused, lambda: responses.chat_fields(RESPONSES))
+    assert (refused.message, refused.param) == (told, own)
+
+
+def test_a_bare_param_is_rewritten_only_when_the_client_sent_it() -> None:
+    body = {key: value for key, value in MESSAGES.items() if key != "metadata"}
+    refused = InvalidRequest("'user' is too long", param="user")
+    told_for_client(refused, lambda: anthropic.chat_fields(body))
+    assert refused.message == "'user' is too long"
+    sent = InvalidRequest("'user' is too long", param="user")
+    told_for_client(sent, lambda: anthropic.chat_fields(MESSAGES))
+    assert sent.message == "'metadata.user_id' is too long"
+    said = "Unsupported parameter: 'max_tokens' is not supported with this model."
+    alone = InvalidRequest(said, param="max_tokens")  # chat's is max_completion_tokens
+    told_for_client(alone, lambda: responses.chat_fields({**RESPONSES, "max_output_tokens": 5}))
+    assert alone.message == said.replace("'max_tokens'", "'max_output_tokens'")
 
 
 def test_the_message_names_the_param_as_the_client_knows_it() -> None:
@@ -208,17 +287,22 @@ def test_the_message_names_the_param_as_the_client_knows_it() -> None:
 def test_litellms_refusals_name_the_clients_fields() -> None:
     """litellm names the chat fields it refuses (``reasoning_effort``: a Responses client's
     ``reasoning.effort``), in its list or in a sentence."""
+    body = {**RESPONSES, "reasoning": {"effort": "low"}, "text": {"verbosity": "low"}}
+    one = litellm_params.refusal("p", "m", ["reasoning_effort"], "")
+    told_for_client(one, lambda: responses.chat_fields(body))
+    assert one.param == "reasoning.effort"
+    assert one.message.startswith("`reasoning.effort`: provider p does not take this field")
+    # a list of quoted words is never rewritten (values, as often as fields): the param is
     listed = litellm_params.refusal("p", "m", ["reasoning_effort", "verbosity"], "")
-    told_for_client(listed, lambda: responses.chat_fields(RESPONSES))
+    told_for_client(listed, lambda: responses.chat_fields(body))
     assert listed.param == "reasoning.effort"
-    assert listed.message.startswith(
-        "`reasoning.effort`, `text.verbosity`: provider p does not take these fields"
-    )
+    assert listed.message.startswith("`reasoning_effort`, `verbosity`: provider p does not")
+    # an unquoted word that is not the param: left as the provider said it
     said = "litellm.UnsupportedParamsError: m only supports top_p when reasoning_effort is none"
     sentence = litellm_params.refusal("p", "m", [], said)
-    told_for_client(sentence, lambda: responses.chat_fields(RESPONSES))
+    told_for_client(sentence, lambda: responses.chat_fields(body))
     assert sentence.param is None
-    assert sentence.message.endswith("m only supports top_p when reasoning.effort is none")
+    assert sentence.message.endswith("m only supports top_p when reasoning_effort is none")
 
 
 def test_an_error_naming_no_field_translates_nothing_again() -> None:
