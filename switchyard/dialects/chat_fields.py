@@ -79,11 +79,15 @@ class ChatFields:
 
     def parts(self, content: object, sources: Sequence[object]) -> None:
         """Notes the parts of ``content`` (``text_content`` of ``sources``' texts, which makes
-        new parts) as their sources: a part noted before, or the path of a text block."""
+        new parts) as their sources: a part noted before, or the path of a text block
+        (``content[1]``), or of a content given as a string (``messages[1].content``: the
+        part's text is that string)."""
         if not isinstance(content, list):
             return  # one text: the message's own content
         for part, source in zip(content, sources, strict=False):
-            if isinstance(source, str):
+            if isinstance(source, str) and not source.endswith("]"):
+                self.note(part, {"": source, "text": source})
+            elif isinstance(source, str):
                 self.note(part, {"": source, "type": f"{source}.type", "text": f"{source}.text"})
             elif self.noted(source):
                 self.note(part, self.noted(source))

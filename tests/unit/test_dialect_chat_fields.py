@@ -444,3 +444,30 @@ PARTS = {
 )
 def test_responses_texts_of_several_parts_keep_their_fields(chat: str, own: str) -> None:
     assert responses.chat_fields(PARTS).client_param(chat) == own
+
+
+MERGED = {  # an assistant turn given as a string, then one of blocks: merged into one message
+    "model": "m",
+    "max_tokens": 16,
+    "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Sure thing"},
+        {"role": "assistant", "content": [{"type": "text", "text": "More"}]},
+        {"role": "user", "content": "go"},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("chat", "own"),
+    [
+        ("messages[1].content[0].text", "messages[1].content"),  # the string itself
+        ("messages[1].content[0]", "messages[1].content"),
+        ("messages[1].content[1].text", "messages[2].content[0].text"),
+        ("messages[1].content", "messages"),  # two turns
+    ],
+)
+def test_a_string_turn_merged_with_blocks_keeps_its_parts(chat: str, own: str) -> None:
+    """A string's path was no text path: the parts paired off by one (the string's part told
+    as the next turn's block, the block's as the whole list)."""
+    assert anthropic.chat_fields(MERGED).client_param(chat) == own

@@ -108,9 +108,10 @@ def _turn_fields(path: str) -> dict[str, str]:
 
 def _text_paths(content: Any, path: str, *, everyone: bool = False) -> list[str]:
     """(noting) The paths of the text blocks of a turn's ``content`` that became its chat
-    message's texts: the non-empty ones (``everyone``: all, as a system turn keeps them)."""
+    message's texts: the non-empty ones (``everyone``: all, as a system turn keeps them); of
+    a string, its own (its turns merged with others, it is one of their parts)."""
     if isinstance(content, str):
-        return []
+        return [path] if content or everyone else []
     return [
         f"{path}[{j}]"
         for j, block in enumerate(content)
