@@ -347,9 +347,9 @@ CALLED = {
 @pytest.mark.parametrize(
     ("chat", "own"),
     [
-        # the calls appended to the assistant's text item: its calls are theirs, not the text's
-        ("messages[1].tool_calls", "input[2]"),
-        ("messages.[1].role", "input[2]"),
+        # two calls appended to the assistant's text item: its calls are no one item's
+        ("messages[1].tool_calls", "input"),
+        ("messages.[1].role", "input"),
         ("messages[1].tool_calls[1].function.arguments", "input[3].arguments"),
         ("messages[1].content", "input[1].content"),
         ("messages[1]", "input"),  # three items
@@ -362,6 +362,27 @@ CALLED = {
 )
 def test_calls_merged_into_an_assistant_message(chat: str, own: str) -> None:
     assert responses.chat_fields(CALLED).client_param(chat) == own
+
+
+def _called(*calls: str, text: bool = False) -> dict[str, Any]:
+    said = [{"type": "message", "role": "assistant", "content": "."}] if text else []
+    made = [{"type": "function_call", "call_id": c, "name": "f", "arguments": "{}"} for c in calls]
+    return {"model": "m", "input": [{"role": "user", "content": "hi"}, *said, *made]}
+
+
+@pytest.mark.parametrize(
+    ("body", "chat", "own"),
+    [
+        (_called("c1", text=True), "messages[1].tool_calls", "input[2]"),  # its one call
+        (_called("c1", text=True), "messages[1].role", "input[2]"),
+        (_called("c1", "c2"), "messages[1].role", "input"),  # no one call's (was input[1])
+        (_called("c1", "c2"), "messages[1].tool_calls", "input"),
+        (_called("c1", "c2"), "messages[1].content", "input"),
+        (_called("c1", "c2"), "messages[1].tool_calls[1].id", "input[2].call_id"),
+    ],
+)
+def test_a_message_of_several_calls_is_no_one_calls(body: Any, chat: str, own: str) -> None:
+    assert responses.chat_fields(body).client_param(chat) == own
 
 
 TEXTS = {  # Claude Code's usual shape: turns of several text blocks

@@ -186,9 +186,8 @@ class Input:
         if last is not None and last["role"] == "assistant":
             calls = last.setdefault("tool_calls", [])
             calls.append(call)
-            if self.fields is not None:  # a message of several items: its calls are this one's
-                first = {"role": path, "tool_calls": path} if len(calls) == 1 else {}
-                self.fields.note(last, {**self.fields.noted(last), "": "input", **first})
+            if self.fields is not None:
+                _noted_calls(self.fields, last, calls, path)
         else:
             self.messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
             if self.fields is not None:
@@ -225,6 +224,21 @@ class Input:
         if self.held:
             self.messages.append({"role": "user", "content": self.held})
             self.held = []
+
+
+def _noted_calls(fields: ChatFields, message: dict[str, Any], calls: list[Any], path: str) -> None:
+    """(noting) ``message``, of several items now that the call at ``path`` was appended
+    to it as its last of ``calls``: its ``role`` and ``tool_calls`` are its one call's, or
+    no one item's (``input``) once it holds more than one; so is its ``content`` when a
+    call made the message."""
+    notes = {**fields.noted(message), "": "input"}
+    if len(calls) == 1:
+        notes |= {"role": path, "tool_calls": path}
+    else:
+        if notes.get("content") == fields.field_of(calls[0], ""):
+            notes["content"] = "input"
+        notes |= {"role": "input", "tool_calls": "input"}
+    fields.note(message, notes)
 
 
 def _input_parts(parts: list[Any], path: str, fields: ChatFields | None) -> list[dict[str, Any]]:
