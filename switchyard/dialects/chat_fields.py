@@ -29,7 +29,7 @@ needs them, so the translation is run again, noting, then (it is deterministic).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from switchyard.errors import ApiError
@@ -46,6 +46,7 @@ _MENTION = re.compile(
     r"(?![\w\[])"
 )
 _QUOTES = frozenset("'\"`")
+_NAME = re.compile(r"[A-Za-z_]\w*")
 _INDEXED = re.compile(r"\[|\.\d")  # a path into a list: ``messages[1]``, ``messages.1``
 _LINK = re.compile(r"\S+://\S+")
 # A quoted word with another quoted one beside it: a list of values (``'system', 'user'``).
@@ -91,6 +92,20 @@ class ChatFields:
                 self.note(part, {"": source, "type": f"{source}.type", "text": f"{source}.text"})
             elif self.noted(source):
                 self.note(part, self.noted(source))
+
+    @classmethod
+    def top(cls, fields: Mapping[str, str], chat: Iterable[str]) -> ChatFields:
+        """The top-level fields alone of a chat request (``chat``: its fields' names) whose
+        origins are ``fields``: what answers an error naming one (``messages``, ``max_tokens``)
+        without the translation run again, and any other coarsely (``messages[3].content``:
+        ``input``)."""
+        noted = cls()
+        noted.request(dict.fromkeys(chat), fields)
+        return noted
+
+    def names(self, path: str) -> bool:
+        """Whether ``path`` is one top-level field whose origin is noted of the request."""
+        return _NAME.fullmatch(path) is not None and path in self.noted(self._root)
 
     def noted(self, obj: object) -> Mapping[str, str]:
         """What is noted of ``obj`` (nothing: empty)."""
@@ -143,16 +158,23 @@ class ChatFields:
         return None
 
 
-def told_for_client(exc: ApiError, fields: Callable[[], ChatFields]) -> None:
+def told_for_client(
+    exc: ApiError, fields: Callable[[], ChatFields], top: ChatFields | None = None
+) -> None:
     """``exc`` (a provider's answer to the translated request) made to name the client's own
     field in its ``param`` and its message; when the param's is not known, ``param`` is null
     and the message says which chat field the provider named. ``fields`` is asked only when
-    the error names a field (it runs the translation again)."""
+    the error names a field (it runs the translation again), and not when ``top`` (the
+    request's top-level fields: :meth:`ChatFields.top`) knows every field it names: an error
+    about ``messages`` as a whole (``context_length_exceeded``) comes with the longest
+    requests, the ones most costly to translate again."""
     said = exc.param
     mentions = _mentions(exc.message, said)
     if not said and not mentions:
         return
-    noted = fields()
+    named = [said] if said else []
+    named += [match.group("path") for match in mentions]
+    noted = top if top is not None and all(map(top.names, named)) else fields()
     if mentions:
         exc.message = _rewritten(exc.message, mentions, said, noted)
         exc.args = (exc.message,)

@@ -12,7 +12,7 @@ import pytest
 from switchyard.dialects import anthropic, responses
 from switchyard.dialects.chat_fields import ChatFields, told_for_client
 from switchyard.errors import InvalidRequest
-from switchyard.workers.modelproxy.dialects import fields_of
+from switchyard.workers.modelproxy.dialects import MAX_NOTED, fields_of
 from switchyard.workers.modelproxy.providers import litellm_params
 from tests.unit.demo_calls import demo_call
 
@@ -171,6 +171,55 @@ def test_the_fields_are_noted_again_from_the_request_as_received() -> None:
     body = {key: value for key, value in MESSAGES.items() if key != "model"}
     told = dataclasses.replace(demo_call("messages", **body), request=b"")
     assert fields_of(told)().client_param("messages[1].content") == "messages[0].content"
+
+
+def _not_again() -> ChatFields:
+    raise AssertionError("translated again")
+
+
+LONGEST = "This model's maximum context length is 8192 tokens."
+
+
+@pytest.mark.parametrize(
+    ("said", "param", "told", "own"),
+    [
+        (LONGEST, "messages", LONGEST, "input"),
+        ("Unsupported: 'max_tokens'", "max_tokens", "Unsupported: 'max_output_tokens'", None),
+        ("'user' is too long", "user", "'user' is too long", "user"),
+        ("'top_p' is not supported", None, "'top_p' is not supported", None),  # not the param
+    ],
+)
+def test_a_top_level_field_is_named_without_translating_again(
+    said: str, param: str | None, told: str, own: str | None
+) -> None:
+    """An error about ``messages`` as a whole (context_length_exceeded) comes with the longest
+    requests: it took 70-180 ms of the event loop for 4 MB to translate one again, per
+    deployment tried."""
+    chat = responses.to_chat({**RESPONSES, "max_output_tokens": 5, "user": "u"}).chat
+    refused = InvalidRequest(said, param=param)
+    told_for_client(refused, _not_again, ChatFields.top(responses.TOP_FIELDS, chat))
+    assert refused.message == told
+    assert refused.param == (own or (param and responses.TOP_FIELDS[param]))
+
+
+def test_a_field_in_a_message_is_named_by_the_translation_run_again() -> None:
+    top = ChatFields.top(responses.TOP_FIELDS, responses.to_chat(RESPONSES).chat)
+    refused = InvalidRequest("Invalid 'messages[1].content'", param="messages")
+    told_for_client(refused, lambda: responses.chat_fields(RESPONSES), top)
+    assert (refused.message, refused.param) == ("Invalid 'input[0].content'", "input")
+
+
+def test_a_large_request_is_not_translated_again() -> None:
+    """Over MAX_NOTED bytes its top-level fields alone name an error's: coarsely."""
+    body: dict[str, Any] = {key: value for key, value in RESPONSES.items() if key != "model"}
+    top = ChatFields.top(responses.TOP_FIELDS, responses.to_chat(RESPONSES).chat)
+    large = msgspec.json.encode({**RESPONSES, "metadata": {"pad": "x" * MAX_NOTED}})
+    call = dataclasses.replace(demo_call("responses", **body), request=large)
+    assert fields_of(call, top)() is top
+    assert top.client_param("messages[1].content") == "input"
+    assert top.client_param("max_completion_tokens") == "max_output_tokens"
+    small = dataclasses.replace(call, request=msgspec.json.encode(RESPONSES))
+    assert fields_of(small, top)().client_param("messages[1].content") == "input[0].content"
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from switchyard.dialects.anthropic.errors import error_body, error_event, error_
 from switchyard.dialects.anthropic.models import VERSION_HEADER, model_body, page_body
 from switchyard.dialects.anthropic.reply import message_dict, to_message
 from switchyard.dialects.anthropic.request import (
+    TOP_FIELDS,
     MessagesContext,
     MessagesRequest,
     chat_fields,
@@ -20,6 +21,7 @@ from switchyard.dialects.anthropic.request import (
 from switchyard.dialects.anthropic.stream import MessagesStream
 
 __all__ = [
+    "TOP_FIELDS",
     "VERSION_HEADER",
     "MessagesContext",
     "MessagesRequest",

@@ -8,6 +8,7 @@ turns streamed chat chunks into the Responses event stream.
 
 from switchyard.dialects.responses.reply import response_dict, to_response
 from switchyard.dialects.responses.request import (
+    TOP_FIELDS,
     ResponsesContext,
     ResponsesRequest,
     chat_fields,
@@ -16,6 +17,7 @@ from switchyard.dialects.responses.request import (
 from switchyard.dialects.responses.stream import ResponsesStream
 
 __all__ = [
+    "TOP_FIELDS",
     "ResponsesContext",
     "ResponsesRequest",
     "ResponsesStream",

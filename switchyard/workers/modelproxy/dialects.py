@@ -58,6 +58,9 @@ DIALECTS = frozenset({"responses", "messages"})
 # models refuse ``max_tokens``), and these servers ignore an unknown field, i.e. would generate
 # without a limit. vLLM reads both, ``max_tokens`` in every version.
 MAX_TOKENS_KINDS = frozenset({"ollama", "openai-compatible", "vllm", "together"})
+# The largest request (bytes) translated again to name the fields a provider's error names
+# (:func:`fields_of`); a larger one's are named by its top-level fields alone.
+MAX_NOTED = 1 << 20
 # Told a translated Responses answer's output items, to keep them for later references.
 Keep = Callable[[list[dict[str, Any]]], None]
 
@@ -139,20 +142,32 @@ def plan(
         chat["max_tokens"] = chat.pop("max_completion_tokens")
     # The translation needs the usage chunk of a stream to close the dialect's own usage.
     chat_call = dataclasses.replace(call, op="chat", body=chat, client_wants_usage=True)
-    return Translated(adapters.for_kind(kind), context, keep, fields_of(call)), chat_call
+    top_fields = responses.TOP_FIELDS if call.op == "responses" else anthropic.TOP_FIELDS
+    top = ChatFields.top(top_fields, chat)
+    inner = adapters.for_kind(kind)
+    return Translated(inner, context, keep, fields_of(call, top), top), chat_call
 
 
-def fields_of(call: ProviderCall) -> Callable[[], ChatFields]:
+def fields_of(call: ProviderCall, top: ChatFields | None = None) -> Callable[[], ChatFields]:
     """How to learn where each field of ``call``'s translated chat request came from, asked
-    only when a provider's error names one: the translation run again, noting (nothing is
-    noted, nor kept, while a request is translated and answered). From the request's bytes,
-    which the call holds anyway (``call.request``, decoded as ``call.body`` was), unless its
-    ``item_reference`` items were filled in: then from the body itself."""
-    noting = responses.chat_fields if call.op == "responses" else anthropic.chat_fields
+    only when a provider's error names one that ``top`` (its top-level fields) cannot answer:
+    the translation run again, noting (nothing is noted, nor kept, while a request is
+    translated and answered). From the request's bytes, which the call holds anyway
+    (``call.request``, decoded as ``call.body`` was), unless its ``item_reference`` items were
+    filled in: then from the body itself. A request over :data:`MAX_NOTED` bytes is not
+    translated again (on the event loop, 70-180 ms for 4 MB, once per deployment tried):
+    ``top`` answers, coarsely (``messages[3].content`` is ``input``, or ``messages``)."""
     raw = call.request
+    if top is not None and len(raw) > MAX_NOTED:
+        return functools.partial(_same, top)
+    noting = responses.chat_fields if call.op == "responses" else anthropic.chat_fields
     if not raw or (call.op == "responses" and b"item_reference" in raw):
         return functools.partial(noting, call.body)
     return functools.partial(noting, raw)
+
+
+def _same(fields: ChatFields) -> ChatFields:
+    return fields
 
 
 def _native(
@@ -179,11 +194,13 @@ class Translated:
         context: responses.ResponsesContext | anthropic.MessagesContext,
         keep: Keep | None = None,
         fields: Callable[[], ChatFields] | None = None,
+        top: ChatFields | None = None,
     ) -> None:
         self._inner = inner
         self._context = context
         self._keep = keep  # told a Responses answer's output items (not waited for)
         self._noting = fields  # (see :func:`fields_of`)
+        self._top = top  # the request's top-level fields alone
         # The stream failed after it started and its dialect's own error ending was sent: the
         # handler's error message then says so (``Sy-Error-In-Stream``), so no relay adds one.
         self.ended_in_dialect = False
@@ -192,7 +209,7 @@ class Translated:
         try:
             done = await self._inner.complete(call)
         except ApiError as exc:
-            told_for_client(exc, self._fields)
+            told_for_client(exc, self._fields, self._top)
             raise
         usage = done.usage
         if usage is None:  # shown and billed: Switchyard's estimate of the chat answer
@@ -237,7 +254,7 @@ class Translated:
                 if frames or event.usage is not None:
                     yield StreamEvent(frames or None, event.usage)
         except ApiError as exc:
-            told_for_client(exc, self._fields)
+            told_for_client(exc, self._fields, self._top)
             if sent:  # the client already has part of the answer: close it in its dialect
                 self.ended_in_dialect = True
                 yield StreamEvent(out.fail(exc), out.usage)
