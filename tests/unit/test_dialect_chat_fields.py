@@ -160,14 +160,16 @@ def test_a_translation_to_send_notes_nothing(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_the_fields_are_noted_again_from_the_request_as_received() -> None:
     """From the bytes the call holds anyway; from the body when its item references were
-    filled in (the bytes, translated again, would be refused for them)."""
+    filled in (the bytes, translated again, would be refused for them). The body and the bytes
+    differ here (the bytes have no instructions, shifting chat's messages by one), so which
+    was read shows."""
     body: dict[str, Any] = {key: value for key, value in RESPONSES.items() if key != "model"}
-    sent = msgspec.json.encode(RESPONSES)
-    call = dataclasses.replace(demo_call("responses", **body), request=sent)
-    assert fields_of(call)().client_param("messages[1].content") == "input[0].content"
+    bare = {key: value for key, value in RESPONSES.items() if key != "instructions"}
+    call = dataclasses.replace(demo_call("responses", **body), request=msgspec.json.encode(bare))
+    assert fields_of(call)().client_param("messages[0].content") == "input[0].content"  # bytes
     given = {**RESPONSES, "input": [{"type": "item_reference", "id": "msg_1"}]}
     referenced = dataclasses.replace(call, request=msgspec.json.encode(given))
-    assert fields_of(referenced)().client_param("messages[1].content") == "input[0].content"
+    assert fields_of(referenced)().client_param("messages[0].content") == "instructions"  # body
     body = {key: value for key, value in MESSAGES.items() if key != "model"}
     told = dataclasses.replace(demo_call("messages", **body), request=b"")
     assert fields_of(told)().client_param("messages[1].content") == "messages[0].content"
