@@ -14,9 +14,10 @@ and not ended, taken in file order, so the lines it left on the bus are among th
 ``max_in_flight`` lines with no recorded result (those answered since only shrink that set).
 Each cancel names the highest attempt a request may carry, ending every earlier run's copy of
 the line (one a provider is answering is stopped too, billed what it cost); the batch is
-cancelled, so no later attempt is ever sent. The runner held at most ``max_in_flight`` lines
-over all its batches, so a runner withdraws at most that many in all (the service's bound):
-many batches cancelled meanwhile do not flood the ``CANCELS`` stream.
+cancelled, so no later attempt is ever sent. Up to ``max_in_flight`` lines per batch (twice
+that after a key rotation): which of them the dead runner held is not known, so a bound over
+all batches would leave a later batch's queued lines running (a runner-wide bound tried here
+was reverted for that); many batches cancelled while no runner ran send many cancels.
 """
 
 from __future__ import annotations

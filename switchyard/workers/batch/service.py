@@ -75,7 +75,6 @@ class BatchRunner:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._driving: dict[str, Job] = {}
         self._stopping = False
-        self._orphans_left = settings.batch.max_in_flight  # (orphans: what one runner held)
         self.leader = Leadership(nc, proc.instance, self._lead, ttl=lease_ttl)
         self._jobs = TaskSupervisor("batch-jobs")
         self._sweeper = TaskSupervisor("batch-sweep")
@@ -381,8 +380,7 @@ class BatchRunner:
         """Cancel the lines of a cancelled batch an earlier run may have left on the bus
         (:mod:`~switchyard.workers.batch.orphans`): those still queued are dropped unserved."""
         done, _ = await self._recorded(record.batch.id, fmt)
-        lines = orphans.unanswered(n, done, self._orphans_left)
-        self._orphans_left -= len(lines)
+        lines = orphans.unanswered(n, done, self.settings.batch.max_in_flight)
         hashes = [record.key_hash, await self._current_hash(record.key_hash)]
         sent = await orphans.withdraw(
             self._nc, record.batch.id, lines, hashes, self.settings.batch.line_timeout_s

@@ -333,7 +333,7 @@ class Handler:
             await self.pings.settled(out, seen)  # no stored usage says ``out`` carried it
         if late_replay_needed(
             answered=sent is not None,
-            reconnected=sent_on(out) != seen,  # (while reconnecting: the next connection)
+            reconnected=sent_on(out) != seen and not out.is_closed,  # (closed: nothing to do)
             cancelled=job.cancelled,
             deadline=job.deadline,
             now=time.time(),

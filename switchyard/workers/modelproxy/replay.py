@@ -188,8 +188,10 @@ def replay_needed(*, answered: bool, ended: bool, reconnected: bool) -> bool:
 def sent_on(out: NATS) -> int:
     """The reconnect count of the connection a copy just sent on ``out`` went with: the
     current one's, or while ``out`` reconnects the next one's (the copy waits in its buffer
-    and goes on the new connection: only a break after that can lose it)."""
-    return out.stats["reconnects"] + (0 if out.is_connected else 1)
+    and goes on the new connection: only a break after that can lose it). A closed one is
+    not reconnecting: nothing can be sent again on it (a review: a late replay on it raised,
+    and the request went unacknowledged, to be served a second time)."""
+    return out.stats["reconnects"] + (0 if out.is_connected or out.is_closed else 1)
 
 
 def late_replay_needed(
@@ -247,6 +249,8 @@ class Pings:
         end = loop.time() + within
         answered = 0
         while answered < 2 and not nc.is_closed:
+            if nc.stats["reconnects"] > since:  # (the count only rises: a break after it)
+                return
             if not nc.is_connected:
                 if loop.time() >= end:
                     return  # still reconnecting: the caller reads it with :func:`sent_on`
