@@ -29,7 +29,7 @@ needs them, so the translation is run again, noting, then (it is deterministic).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from switchyard.errors import ApiError
@@ -94,13 +94,22 @@ class ChatFields:
                 self.note(part, self.noted(source))
 
     @classmethod
-    def top(cls, fields: Mapping[str, str], chat: Iterable[str]) -> ChatFields:
-        """The top-level fields alone of a chat request (``chat``: its fields' names) whose
-        origins are ``fields``: what answers an error naming one (``messages``, ``max_tokens``)
-        without the translation run again, and any other coarsely (``messages[3].content``:
-        ``input``)."""
+    def top(
+        cls, fields: Mapping[str, str], chat: Mapping[str, Any], first: str | None = None
+    ) -> ChatFields:
+        """The top-level fields alone of a chat request ``chat`` whose origins are ``fields``:
+        what answers an error naming one (``messages``, ``max_tokens``) without the
+        translation run again, and any other coarsely (``messages[3].content``: ``input``).
+        ``first``: the client's field its first message came from (``instructions``,
+        ``system``), so that one is not named coarsely as an input item (a review: an 11 MB
+        ``instructions`` refused as too long was told ``input``)."""
         noted = cls()
-        noted.request(dict.fromkeys(chat), fields)
+        root: dict[str, Any] = dict.fromkeys(chat)
+        if first and chat.get("messages"):
+            lead: dict[str, Any] = {}
+            root["messages"] = [lead]
+            noted.note(lead, {"": first, "content": first})
+        noted.request(root, fields)
         return noted
 
     def names(self, path: str) -> bool:

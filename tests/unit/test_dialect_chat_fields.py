@@ -214,11 +214,15 @@ def test_a_field_in_a_message_is_named_by_the_translation_run_again() -> None:
 def test_a_large_request_is_not_translated_again() -> None:
     """Over MAX_NOTED bytes its top-level fields alone name an error's: coarsely."""
     body: dict[str, Any] = {key: value for key, value in RESPONSES.items() if key != "model"}
-    top = ChatFields.top(responses.TOP_FIELDS, responses.to_chat(RESPONSES).chat)
+    chat = responses.to_chat(RESPONSES).chat
+    top = ChatFields.top(responses.TOP_FIELDS, chat, "instructions")
     large = msgspec.json.encode({**RESPONSES, "metadata": {"pad": "x" * MAX_NOTED}})
     call = dataclasses.replace(demo_call("responses", **body), request=large)
     assert fields_of(call, top)() is top
     assert top.client_param("messages[1].content") == "input"
+    # The first message is the instructions, not an input item (was told `input`).
+    assert top.client_param("messages[0].content") == "instructions"
+    assert top.client_param("messages") == "input"
     assert top.client_param("max_completion_tokens") == "max_output_tokens"
     small = dataclasses.replace(call, request=msgspec.json.encode(RESPONSES))
     assert fields_of(small, top)().client_param("messages[1].content") == "input[0].content"

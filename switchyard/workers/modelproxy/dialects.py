@@ -143,7 +143,8 @@ def plan(
     # The translation needs the usage chunk of a stream to close the dialect's own usage.
     chat_call = dataclasses.replace(call, op="chat", body=chat, client_wants_usage=True)
     top_fields = responses.TOP_FIELDS if call.op == "responses" else anthropic.TOP_FIELDS
-    top = ChatFields.top(top_fields, chat)
+    lead = "instructions" if call.op == "responses" else "system"
+    top = ChatFields.top(top_fields, chat, lead if call.body.get(lead) else None)
     inner = adapters.for_kind(kind)
     return Translated(inner, context, keep, fields_of(call, top), top), chat_call
 
