@@ -51,6 +51,12 @@ _INDEXED = re.compile(r"\[|\.\d")  # a path into a list: ``messages[1]``, ``mess
 _LINK = re.compile(r"\S+://\S+")
 # A quoted word with another quoted one beside it: a list of values (``'system', 'user'``).
 _LISTED_AFTER = re.compile(r"\s*(?:,\s*(?:(?:and|or)\s+)?|(?:and|or)\s+)['\"`]")
+# How far back a quoted word's list is looked for: from the message's start, every quoted word
+# scanned it all (a review: 12.6 s of the event loop for a 256 KiB message of 6,000 of them).
+_LOOKBEHIND = 32
+# The longest provider message searched for chat fields to rewrite (a longer one is left as
+# it came: a server echoing the refused request back in its 400).
+_SEARCHED = 8192
 _LISTED_BEFORE = re.compile(r"['\"`]\s*(?:,\s*(?:(?:and|or)\s+)?|(?:and|or)\s+)$")
 # Chat completions' top-level request fields: the only names a message is searched for.
 CHAT_FIELDS = frozenset(
@@ -168,7 +174,11 @@ class ChatFields:
 
 
 def told_for_client(
-    exc: ApiError, fields: Callable[[], ChatFields], top: ChatFields | None = None
+    exc: ApiError,
+    fields: Callable[[], ChatFields],
+    top: ChatFields | None = None,
+    *,
+    numbered: bool = True,
 ) -> None:
     """``exc`` (a provider's answer to the translated request) made to name the client's own
     field in its ``param`` and its message; when the param's is not known, ``param`` is null
@@ -176,9 +186,19 @@ def told_for_client(
     the error names a field (it runs the translation again), and not when ``top`` (the
     request's top-level fields: :meth:`ChatFields.top`) knows every field it names: an error
     about ``messages`` as a whole (``context_length_exceeded``) comes with the longest
-    requests, the ones most costly to translate again."""
+    requests, the ones most costly to translate again. ``numbered``: False for a provider
+    reached through litellm in a format of its own (Bedrock's, Anthropic's), whose paths count
+    turns in its own way (no system message, merged turns): an indexed path of it is not read
+    as the chat request's (a review: a Bedrock "messages.1.content.0" was told as the turn
+    before); its top-level fields still are."""
     said = exc.param
     mentions = _mentions(exc.message, said)
+    if not numbered:
+        mentions = [match for match in mentions if not _INDEXED.search(match.group("path"))]
+        if said and _INDEXED.search(said):
+            exc.param, said = None, None
+            exc.message = f"{exc.message} (a field the provider named in its own request format)"
+            exc.args = (exc.message,)
     if not said and not mentions:
         return
     named = [said] if said else []
@@ -201,7 +221,10 @@ def told_for_client(
 
 def _mentions(message: str, param: str | None) -> list[re.Match[str]]:
     """The chat fields ``message`` names outside its links; none when none of them may be
-    rewritten (:func:`_rewritable`)."""
+    rewritten (:func:`_rewritable`), nor in a message longer than :data:`_SEARCHED` (an
+    error echoing the request back, thousands of quoted words a client chose)."""
+    if len(message) > _SEARCHED:
+        return []
     links = [match.span() for match in _LINK.finditer(message)]
     found = []
     for match in _MENTION.finditer(message):
@@ -224,7 +247,8 @@ def _rewritable(message: str, match: re.Match[str], param: str | None) -> bool:
     opened = message[start - 1] if start > 0 else ""
     quoted = opened in _QUOTES and message[end : end + 1] == opened
     if quoted and (
-        _LISTED_AFTER.match(message, end + 1) or _LISTED_BEFORE.search(message, 0, start - 1)
+        _LISTED_AFTER.match(message, end + 1)
+        or _LISTED_BEFORE.search(message, max(0, start - _LOOKBEHIND), start - 1)
     ):
         return False
     if _INDEXED.search(path) or message.strip() == path:

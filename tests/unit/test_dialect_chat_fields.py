@@ -547,3 +547,27 @@ def test_a_string_turn_merged_with_blocks_keeps_its_parts(chat: str, own: str) -
     """A string's path was no text path: the parts paired off by one (the string's part told
     as the next turn's block, the block's as the whole list)."""
     assert anthropic.chat_fields(MERGED).client_param(chat) == own
+
+
+def test_a_provider_in_a_format_of_its_own_has_its_paths_left_alone() -> None:
+    """Reached through litellm in its own format (Bedrock, Anthropic), a provider counts turns
+    its own way (no system message, merged turns): "messages.1.content.0" of it was told as
+    the chat request's turn, a wrong one. Its indexed paths are left, its param null; a
+    top-level field is still the client's."""
+    said = "ContentBlock object at messages.1.content.0 is blank"
+    refused = InvalidRequest(said, param="messages.1.content.0")
+    told_for_client(refused, lambda: anthropic.chat_fields(MESSAGES), numbered=False)
+    assert refused.param is None
+    assert refused.message.startswith(said)
+    limited = InvalidRequest("'max_completion_tokens' is too large", param="max_completion_tokens")
+    told_for_client(limited, lambda: responses.chat_fields(RESPONSES), numbered=False)
+    assert limited.param == "max_output_tokens"
+
+
+def test_a_message_echoing_a_long_request_is_left_as_it_came() -> None:
+    """A server echoing the refused request in its 400 (thousands of quoted words a client
+    chose): searching it took seconds of the event loop; past 8 KiB it is not searched."""
+    said = "Invalid 'messages[1].content': " + "{'role': 'user'}, " * 2000
+    refused = InvalidRequest(said)
+    told_for_client(refused, lambda: anthropic.chat_fields(MESSAGES))
+    assert refused.message == said

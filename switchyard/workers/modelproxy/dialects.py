@@ -39,6 +39,7 @@ from switchyard.dialects.native_only import DIALECT_OF, NATIVE, serves
 from switchyard.dialects.probes import COUNTS, background_refused
 from switchyard.errors import ApiError
 from switchyard.schemas.openai import Usage
+from switchyard.schemas.routing import LITELLM_KINDS
 from switchyard.workers.modelproxy import estimate
 from switchyard.workers.modelproxy.providers.base import (
     Adapter,
@@ -146,7 +147,9 @@ def plan(
     lead = "instructions" if call.op == "responses" else "system"
     top = ChatFields.top(top_fields, chat, lead if call.body.get(lead) else None)
     inner = adapters.for_kind(kind)
-    return Translated(inner, context, keep, fields_of(call, top), top), chat_call
+    numbered = kind not in LITELLM_KINDS
+    adapter = Translated(inner, context, keep, fields_of(call, top), top, numbered=numbered)
+    return adapter, chat_call
 
 
 def fields_of(call: ProviderCall, top: ChatFields | None = None) -> Callable[[], ChatFields]:
@@ -196,8 +199,13 @@ class Translated:
         keep: Keep | None = None,
         fields: Callable[[], ChatFields] | None = None,
         top: ChatFields | None = None,
+        *,
+        numbered: bool = True,
     ) -> None:
         self._inner = inner
+        # The provider's paths count the chat request's messages (litellm's own formats do
+        # not: :func:`~switchyard.dialects.chat_fields.told_for_client`).
+        self._numbered = numbered
         self._context = context
         self._keep = keep  # told a Responses answer's output items (not waited for)
         self._noting = fields  # (see :func:`fields_of`)
@@ -210,7 +218,7 @@ class Translated:
         try:
             done = await self._inner.complete(call)
         except ApiError as exc:
-            told_for_client(exc, self._fields, self._top)
+            told_for_client(exc, self._fields, self._top, numbered=self._numbered)
             raise
         usage = done.usage
         if usage is None:  # shown and billed: Switchyard's estimate of the chat answer
@@ -255,7 +263,7 @@ class Translated:
                 if frames or event.usage is not None:
                     yield StreamEvent(frames or None, event.usage)
         except ApiError as exc:
-            told_for_client(exc, self._fields, self._top)
+            told_for_client(exc, self._fields, self._top, numbered=self._numbered)
             if sent:  # the client already has part of the answer: close it in its dialect
                 self.ended_in_dialect = True
                 yield StreamEvent(out.fail(exc), out.usage)
