@@ -315,7 +315,7 @@ class Handler:
         """The replay if needed, then the metrics and the bill: what the caller got (a 502?).
         Then a replay again if the connection the answer went on broke before the bill's
         usage was stored, or before the server answered a ping (:mod:`.replay`)."""
-        sent = job.answer
+        sent, shown = job.answer, job.usage  # (the bill may set an estimate the answer had not)
         out = job.out(self.nc)
         seen = out.stats["reconnects"]  # (of the connection the last copy went on)
         try:
@@ -338,8 +338,12 @@ class Handler:
             deadline=job.deadline,
             now=time.time(),
         ):
-            with job.replay():
-                await self._replay(job)
+            job.usage = shown  # the copy says what the first one said
+            try:  # (a reconnect's buffer may be full: acknowledged all the same, not re-run)
+                with job.replay():
+                    await self._replay(job)
+            except nats.errors.Error as exc:
+                log.warning("could not send an answer again after a reconnect: %r", exc)
         await self.serving.ack(job)
 
     async def _hand_back(self, job: Job, exc: ApiError) -> bool:
